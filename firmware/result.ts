@@ -145,26 +145,50 @@ export function newResult(fields: {
   timestamp: number;
   lts?: number;
 }): SmtpResult {
+  // Every field is listed here, in the order results are printed (header, outcome, the
+  // conversation, the verdict); fields still undefined at the end are dropped.
   return {
     type: 'smtp',
     fw: FW,
     mver: MVER,
     lts: fields.lts ?? -1,
     timestamp: fields.timestamp,
+    msm_id: undefined,
+    prb_id: undefined,
+    result_id: undefined,
     dst_name: fields.dst_name,
+    dst_addr: undefined,
     dst_port: String(fields.dst_port),
+    src_addr: undefined,
     af: fields.af,
     proto: 'TCP',
     mode: fields.mode,
+    ttr: undefined,
+    ttc: undefined,
     rt: 0,
     status: 'ok',
     phase: 'resolve',
+    err: undefined,
+    dnserr: undefined,
+    mx: undefined,
+    banner: undefined,
+    ehlo: undefined,
+    helo: undefined,
+    starttls: undefined,
+    plaintext_after_starttls: undefined,
+    tls: undefined,
+    ehlo_tls: undefined,
+    quit: undefined,
     bytes_received: 0,
     findings: [],
+    transcript: undefined,
   };
 }
 
-/** Serialises a result with a stable key order: header fields first, then the conversation. */
-export function serialiseResult(result: SmtpResult): string {
-  return JSON.stringify(result);
+/** Drops the fields a measurement did not reach, keeping the order of `newResult`. */
+export function compactResult(result: SmtpResult): SmtpResult {
+  for (const key of Object.keys(result) as (keyof SmtpResult)[]) {
+    if (result[key] === undefined) delete result[key];
+  }
+  return result;
 }

@@ -123,14 +123,14 @@ export class SmtpSession {
   }
 
   receive(bytes: Uint8Array, now: number): Action[] {
-    if (this.state === 'done' || this.state === 'idle' || this.state === 'tls') return [];
+    if (!this.readingReplies()) return [];
     this.record.bytes_received += bytes.length;
     if (this.record.bytes_received > this.config.limits.maxBytes) {
       return this.finish(now, 'limit-exceeded', 'bytes-exceeded');
     }
     this.parser.feed(bytes);
     const actions: Action[] = [];
-    while (this.state !== 'done' && this.state !== 'tls') {
+    while (this.readingReplies()) {
       const event = this.parser.next(now);
       if (!event) break;
       if ('error' in event) {
@@ -141,6 +141,11 @@ export class SmtpSession {
       actions.push(...this.onReply(event.reply, now));
     }
     return actions;
+  }
+
+  /** Replies are read in every state but before the start, during TLS and after the end. */
+  private readingReplies(): boolean {
+    return this.state !== 'done' && this.state !== 'idle' && this.state !== 'tls';
   }
 
   /** The server closed the stream: EOF, or a reset named by `cause` (an errno code). */
@@ -169,11 +174,11 @@ export class SmtpSession {
     return this.finish(now, 'tls-failed', code);
   }
 
-  /** The phase timer or the measurement deadline passed. */
-  timerExpired(now: number, which: 'phase' | 'deadline'): Action[] {
+  /** The phase timer or the measurement deadline passed, or the caller aborted. */
+  timerExpired(now: number, which: 'phase' | 'deadline' | 'aborted'): Action[] {
     if (this.state === 'done' || this.state === 'idle') return [];
     if (this.state === 'quit') return this.close(now);
-    return this.finish(now, 'io-timeout', which === 'phase' ? `${this.state}-timeout` : 'deadline');
+    return this.finish(now, 'io-timeout', which === 'phase' ? `${this.state}-timeout` : which);
   }
 
   private onReply(parsed: ParsedReply, now: number): Action[] {
