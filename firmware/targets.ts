@@ -1,0 +1,45 @@
+// Target specifications as people write them: `host`, `host:port`, `[v6addr]:port`, or a
+// bare IPv6 address (several colons, no brackets, so no port). Used for the command-line
+// target and for each line of a targets file.
+
+import { isIP } from 'node:net';
+
+export interface TargetSpec {
+  host: string;
+  port?: number;
+}
+
+/** Longest host accepted: a DNS name is at most 253 characters (RFC 1035 2.3.4). */
+const MAX_HOST = 253;
+const HOST_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$/;
+
+function parsePort(text: string): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined;
+  const port = Number(text);
+  return port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/** A target spec, or a stable error code: 'bad-port', 'bad-host'. */
+export function parseTarget(spec: string): TargetSpec | { error: 'bad-port' | 'bad-host' } {
+  const text = spec.trim();
+  let host = text;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1] as string;
+    portText = bracketed[2];
+    if (isIP(host) !== 6) return { error: 'bad-host' };
+  } else if (isIP(text) === 6) {
+    host = text;
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon >= 0) {
+      host = text.slice(0, colon);
+      portText = text.slice(colon + 1);
+    }
+  }
+  if (host.length === 0 || host.length > MAX_HOST || (isIP(host) === 0 && !HOST_NAME.test(host))) return { error: 'bad-host' };
+  if (portText === undefined) return { host };
+  const port = parsePort(portText);
+  return port === undefined ? { error: 'bad-port' } : { host, port };
+}
