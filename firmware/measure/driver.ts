@@ -9,7 +9,7 @@
 import { Resolver } from 'node:dns/promises';
 import { Socket, connect as netConnect, isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { connect as tlsConnect, rootCertificates, type TLSSocket } from 'node:tls';
+import { type SecureContext, connect as tlsConnect, createSecureContext, rootCertificates, type TLSSocket } from 'node:tls';
 import { judge } from '../judge/findings';
 import { compactResult, ms, newResult, type MxRecord, type Phase, type SmtpResult, type Status } from '../result';
 import { type Action, SmtpSession } from '../smtp/session';
@@ -29,6 +29,27 @@ function errorCode(error: unknown): string {
 /** RFC 5321 4.1.3 address literal of our own address, the EHLO argument when no name is set. */
 function addressLiteral(address: string): string {
   return isIP(address) === 6 ? `[IPv6:${address}]` : `[${address}]`;
+}
+
+/** Secure contexts kept for reuse: building one with a CA list costs more than a handshake. */
+const MAX_SECURE_CONTEXTS = 8;
+const secureContexts = new Map<string, SecureContext>();
+
+function secureContextFor(extraCa: string[] | undefined): SecureContext {
+  const key = extraCa?.join('') ?? '';
+  let context = secureContexts.get(key);
+  if (!context) {
+    context = createSecureContext({
+      // TLS 1.0 and old ciphers are allowed so that a server offering only them is measured
+      // and its version recorded, not merely failed.
+      minVersion: 'TLSv1',
+      ciphers: 'DEFAULT:@SECLEVEL=0',
+      ...(extraCa ? { ca: [...rootCertificates, ...extraCa] } : {}),
+    });
+    if (secureContexts.size >= MAX_SECURE_CONTEXTS) secureContexts.delete(secureContexts.keys().next().value as string);
+    secureContexts.set(key, context);
+  }
+  return context;
 }
 
 interface Target {
@@ -234,14 +255,11 @@ class Measurement {
     const tlsSocket = tlsConnect({
       socket,
       ...(sni !== undefined ? { servername: sni } : {}),
+      secureContext: secureContextFor(this.options.ca),
       // Opportunistic TLS (RFC 7435): the handshake must succeed whatever the certificate, so
-      // that it can be recorded; validity is judged afterwards, and TLS 1.0 and old ciphers
-      // are allowed so that a server offering only them is measured, not merely failed.
+      // that it can be recorded; validity is judged afterwards.
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
-      minVersion: 'TLSv1',
-      ciphers: 'DEFAULT:@SECLEVEL=0',
-      ...(this.options.ca ? { ca: [...rootCertificates, ...this.options.ca] } : {}),
     });
     this.tlsSocket = tlsSocket;
     const failed = (code: string): void => {
