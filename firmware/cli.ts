@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { measure } from './measure/driver';
 import type { MeasureOptions } from './measure/options';
+import { isHeloArgument, isHostName } from './names';
 import { prettyResult } from './pretty';
 import type { SmtpResult } from './result';
 import { parseTarget } from './targets';
@@ -111,6 +112,8 @@ function parseMeasure(argv: string[]): MeasureCommand | 'help' {
       throw new UsageError(`cannot read --ca ${values.ca}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   }
+  if (values.helo !== undefined && !isHeloArgument(values.helo)) throw new UsageError(`--helo must be a host name or an address literal such as [192.0.2.7], not '${values.helo}'`);
+  if (values.sni !== undefined && !isHostName(values.sni)) throw new UsageError(`--sni must be a host name, not '${values.sni}'`);
   const port = integer('port', values.port, 1, 65535);
   const timeoutMs = integer('timeout', values.timeout, 100, 600_000);
   const base: Omit<MeasureOptions, 'target'> = {

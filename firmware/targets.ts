@@ -3,15 +3,13 @@
 // target and for each line of a targets file.
 
 import { isIP } from 'node:net';
+import { isHostName } from './names';
 
 export interface TargetSpec {
   host: string;
   port?: number;
 }
 
-/** Longest host accepted: a DNS name is at most 253 characters (RFC 1035 2.3.4). */
-const MAX_HOST = 253;
-const HOST_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$/;
 
 function parsePort(text: string): number | undefined {
   if (!/^\d{1,5}$/.test(text)) return undefined;
@@ -38,7 +36,7 @@ export function parseTarget(spec: string): TargetSpec | { error: 'bad-port' | 'b
       portText = text.slice(colon + 1);
     }
   }
-  if (host.length === 0 || host.length > MAX_HOST || (isIP(host) === 0 && !HOST_NAME.test(host))) return { error: 'bad-host' };
+  if (isIP(host) === 0 && !isHostName(host)) return { error: 'bad-host' };
   if (portText === undefined) return { host };
   const port = parsePort(portText);
   return port === undefined ? { error: 'bad-port' } : { host, port };

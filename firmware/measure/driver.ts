@@ -11,6 +11,7 @@ import { Socket, connect as netConnect, isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { type SecureContext, connect as tlsConnect, createSecureContext, rootCertificates, type TLSSocket } from 'node:tls';
 import { judge } from '../judge/findings';
+import { isHeloArgument, isHostName } from '../names';
 import { compactResult, ms, newResult, type MxRecord, type Phase, type SmtpResult, type Status } from '../result';
 import { type Action, SmtpSession } from '../smtp/session';
 import { printableString } from '../smtp/text';
@@ -348,7 +349,13 @@ class Measurement {
   }
 }
 
-/** Runs one SMTP measurement; never rejects: every failure is a result with a status. */
+/**
+ * Runs one SMTP measurement; never rejects: every failure of the network or the server is a
+ * result with a status. Options that could change what is sent (a HELO name or SNI that is
+ * not a name) are the caller's error and throw before anything is sent.
+ */
 export function measure(options: MeasureOptions): Promise<SmtpResult> {
+  if (options.helo !== undefined && !isHeloArgument(options.helo)) throw new RangeError(`helo must be a host name or an address literal: ${JSON.stringify(options.helo)}`);
+  if (options.sni !== undefined && !isHostName(options.sni)) throw new RangeError(`sni must be a host name: ${JSON.stringify(options.sni)}`);
   return new Measurement(options).run();
 }

@@ -74,12 +74,23 @@ export class ReplyParser {
   constructor(private readonly limits: ReplyLimits = DEFAULT_REPLY_LIMITS) {}
 
   feed(bytes: Uint8Array): void {
-    this.pending = this.pending.length === 0 ? Buffer.from(bytes) : Buffer.concat([this.pending, bytes]);
+    if (this.failed) return;
+    const joined = this.pending.length === 0 ? Buffer.from(bytes) : Buffer.concat([this.pending, bytes]);
+    // A line past the cap is an error whatever follows it, so of a line without its LF only
+    // the first maxLineOctets bytes are kept: an endless line never costs more than that.
+    const tailStart = joined.lastIndexOf(LF) + 1;
+    const keep = tailStart + this.limits.maxLineOctets;
+    this.pending = joined.length > keep ? Buffer.from(joined.subarray(0, keep)) : joined;
   }
 
   /** Bytes fed but not yet part of a complete line. */
   get buffered(): number {
     return this.pending.length;
+  }
+
+  /** A reply has begun and is not complete: some of its lines or bytes are held. */
+  get inReply(): boolean {
+    return this.pending.length > 0 || this.lines.length > 0;
   }
 
   /** Hands back the unparsed bytes and forgets them. */

@@ -124,11 +124,11 @@ export class SmtpSession {
 
   receive(bytes: Uint8Array, now: number): Action[] {
     if (!this.readingReplies()) return [];
+    // Bytes up to the cap are still read, so what is recorded before the cap does not depend
+    // on how the stream happened to be split into chunks.
+    const room = Math.max(0, this.config.limits.maxBytes - this.record.bytes_received);
     this.record.bytes_received += bytes.length;
-    if (this.record.bytes_received > this.config.limits.maxBytes) {
-      return this.finish(now, 'limit-exceeded', 'bytes-exceeded');
-    }
-    this.parser.feed(bytes);
+    this.parser.feed(bytes.length > room ? bytes.subarray(0, room) : bytes);
     const actions: Action[] = [];
     while (this.readingReplies()) {
       const event = this.parser.next(now);
@@ -139,6 +139,9 @@ export class SmtpSession {
         return [...actions, ...this.finish(now, status, event.error)];
       }
       actions.push(...this.onReply(event.reply, now));
+    }
+    if (this.record.bytes_received > this.config.limits.maxBytes && this.state !== 'done') {
+      actions.push(...this.finish(now, 'limit-exceeded', 'bytes-exceeded'));
     }
     return actions;
   }
@@ -152,7 +155,7 @@ export class SmtpSession {
   closed(now: number, cause?: string): Action[] {
     if (this.state === 'done' || this.state === 'idle') return [];
     if (this.state === 'quit') return this.close(now);
-    return this.finish(now, 'closed', cause ?? (this.parser.buffered > 0 ? 'eof-in-reply' : 'eof'));
+    return this.finish(now, 'closed', cause ?? (this.parser.inReply ? 'eof-in-reply' : 'eof'));
   }
 
   tlsEstablished(now: number): Action[] {

@@ -65,6 +65,8 @@ describe('smtp-probe command line (built bundle)', () => {
       [['measure', 'bad host!'], /bad TARGET/],
       [['measure', '127.0.0.1', '--resolver', 'dns.example'], /--resolver must be an IP address/],
       [['measure', '--targets', join(dir, 'missing.txt')], /cannot read --targets/],
+      [['measure', '127.0.0.1', '--helo', 'x\r\nMAIL FROM:<>'], /--helo must be a host name or an address literal/],
+      [['measure', '127.0.0.1', '--sni', '[127.0.0.1]'], /--sni must be a host name/],
     ];
     for (const [args, message] of cases) {
       const result = await run(args);
