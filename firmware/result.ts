@@ -51,7 +51,10 @@ export interface Reply {
   code: number;
   enhanced?: string;
   lines: string[];
-  /** ms from the command being sent (or the connection for the banner) to the reply's last line. */
+  /**
+   * ms from the command being sent to the reply's last line; for the banner, from the TCP
+   * connection (with implicit TLS from the end of the handshake, whose time is tls.rt).
+   */
   rt: number;
 }
 
@@ -59,6 +62,8 @@ export type Capabilities = Record<string, string[]>;
 
 export interface EhloReply extends Reply {
   capabilities: Capabilities;
+  /** lines that are not valid ehlo-lines (RFC 5321 4.1.1.1), as they came */
+  invalid_lines?: string[];
 }
 
 export interface TlsAlert {

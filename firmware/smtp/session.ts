@@ -22,7 +22,7 @@
 import { hasCapability, parseCapabilities } from './capabilities';
 import { DEFAULT_REPLY_LIMITS, type ParsedReply, ReplyParser, type ReplyLimits } from './reply';
 import { printable, printableString } from './text';
-import type { EhloReply, Phase, Reply, SmtpResult, Status, TranscriptDirection, TranscriptEntry } from '../result';
+import type { EhloReply, Phase, Reply, SmtpResult, Status, TranscriptDirection } from '../result';
 import { ms } from '../result';
 
 export type Mode = SmtpResult['mode'];
@@ -68,24 +68,13 @@ export type Action =
   | { type: 'close' };
 
 /** What the session saw: the driver copies this into the result. */
-export interface SessionRecord {
-  status: Status;
-  phase: Phase;
-  err?: string;
-  banner?: Reply;
-  ehlo?: EhloReply;
-  helo?: Reply;
-  starttls?: Reply;
-  ehlo_tls?: EhloReply;
-  quit?: Reply;
-  plaintext_after_starttls?: string;
+export type SessionRecord = Pick<
+  SmtpResult,
+  'status' | 'phase' | 'err' | 'banner' | 'ehlo' | 'helo' | 'starttls' | 'ehlo_tls' | 'quit' | 'plaintext_after_starttls' | 'bytes_received' | 'transcript'
+> & {
   /** some reply line ended with a bare LF */
   bare_lf: boolean;
-  /** EHLO lines that are not valid ehlo-lines, before and after TLS */
-  invalid_ehlo_lines: string[];
-  bytes_received: number;
-  transcript?: TranscriptEntry[];
-}
+};
 
 type State = Phase | 'done' | 'idle';
 
@@ -101,7 +90,7 @@ export class SmtpSession {
 
   constructor(private readonly config: SessionConfig) {
     this.parser = new ReplyParser(config.limits);
-    this.record = { status: 'ok', phase: 'connect', bare_lf: false, invalid_ehlo_lines: [], bytes_received: 0 };
+    this.record = { status: 'ok', phase: 'connect', bare_lf: false, bytes_received: 0 };
     if (config.transcript) this.record.transcript = [];
   }
 
@@ -247,8 +236,7 @@ export class SmtpSession {
   private ehloReply(reply: Reply, parsed: ParsedReply): EhloReply {
     if (reply.code !== 250) return { ...reply, capabilities: {} };
     const { capabilities, invalid } = parseCapabilities(parsed.lines);
-    this.record.invalid_ehlo_lines.push(...invalid);
-    return { ...reply, capabilities };
+    return { ...reply, capabilities, ...(invalid.length > 0 ? { invalid_lines: invalid } : {}) };
   }
 
   /** A 4xx/5xx that ends the conversation: 421 closes (RFC 5321 3.8), the rest get QUIT. */

@@ -73,7 +73,6 @@ describe('SmtpSession: the conversation', () => {
       status: 'ok',
       phase: 'quit',
       bare_lf: false,
-      invalid_ehlo_lines: [],
       bytes_received: received,
       banner: { code: 220, lines: ['mx.test ESMTP'], rt: 10 },
       ehlo: { code: 250, lines: ['mx.test', 'PIPELINING', 'STARTTLS'], rt: 15, capabilities: { PIPELINING: [], STARTTLS: [] } },
@@ -450,7 +449,7 @@ describe('SmtpSession: limits and bad replies', () => {
     assert.equal(session.record.bare_lf, false);
   });
 
-  it('collects invalid EHLO lines from both EHLO replies', () => {
+  it('keeps invalid EHLO lines with each EHLO reply', () => {
     const { session } = run([
       { at: 1010, receive: BANNER },
       { at: 1020, receive: '250-mx.test\r\n250-AUTH=LOGIN\r\n250 STARTTLS\r\n' },
@@ -459,7 +458,8 @@ describe('SmtpSession: limits and bad replies', () => {
       { at: 1040, receive: '250-mx.test\r\n250 bad\x00line\r\n' },
       { at: 1041, receive: BYE },
     ]);
-    assert.deepEqual(session.record.invalid_ehlo_lines, ['AUTH=LOGIN', 'bad\\x00line']);
+    assert.deepEqual(session.record.ehlo?.invalid_lines, ['AUTH=LOGIN']);
+    assert.deepEqual(session.record.ehlo_tls?.invalid_lines, ['bad\\x00line']);
   });
 
   it('server text with NUL, escape sequences and non-ASCII reaches the record only as printable ASCII', () => {
