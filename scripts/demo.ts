@@ -7,11 +7,10 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { prettyResult } from '../firmware/pretty';
 import type { SmtpResult } from '../firmware/result';
-import { type Listening, startStarttlsPeer, startStrippingProxy } from './demo/peers';
+import { type Listening, demoCaFile, startStarttlsPeer, startStrippingProxy } from './demo/peers';
 
 const root = join(__dirname, '..');
 const bundle = join(root, 'dist', 'smtp-probe.js');
-const demoCaFile = join(__dirname, 'demo', 'certs', 'ca.crt');
 
 function runBundle(args: string[]): Promise<SmtpResult> {
   return new Promise((resolve, reject) => {

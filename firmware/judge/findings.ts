@@ -44,7 +44,9 @@ export function judge(result: SmtpResult, facts: JudgeFacts): Finding[] {
       findings.add('starttls-not-supported');
     }
   }
-  if (result.starttls && result.starttls.code !== 220) findings.add('starttls-refused');
+  // A 4xx/5xx to STARTTLS after it was offered (454 "TLS not available", 501, 5xx). Any
+  // other non-220 reply is a protocol error, not a refusal.
+  if (result.starttls && result.starttls.code >= 400) findings.add('starttls-refused');
   if (result.plaintext_after_starttls !== undefined) findings.add('plaintext-after-starttls');
 
   if (result.status === 'tls-failed') findings.add('tls-handshake-failed');

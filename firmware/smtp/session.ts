@@ -47,7 +47,9 @@ export interface SessionLimits extends ReplyLimits {
 
 export const DEFAULT_SESSION_LIMITS: SessionLimits = {
   ...DEFAULT_REPLY_LIMITS,
-  maxBytes: 256 * 1024,
+  // A whole conversation is a few KiB; 64 KiB leaves room for a 100-line EHLO of 512-octet
+  // lines inside TLS and keeps 200 concurrent floods within the probe's memory budget.
+  maxBytes: 64 * 1024,
   maxTranscript: 400,
   maxPlaintextAfterStarttls: 512,
 };

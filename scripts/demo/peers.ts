@@ -10,8 +10,13 @@ import { SMTPServer } from 'smtp-server';
 
 const certDir = join(__dirname, 'certs');
 
-/** The demo CA: pass it as a trust anchor (`ca`) so the demo server's certificate validates. */
-export const demoCa = readFileSync(join(certDir, 'ca.crt'), 'utf8');
+/** The demo CA's file: pass it as a trust anchor (`--ca`) so the demo server's certificate validates. */
+export const demoCaFile = join(certDir, 'ca.crt');
+
+/** The demo CA (PEM), read when first asked for. */
+export function demoCa(): string {
+  return readFileSync(demoCaFile, 'utf8');
+}
 
 export interface Listening {
   host: string;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { SmtpResult } from '../../firmware/result';
-import { type Listening, demoCa, startStarttlsPeer, startStrippingProxy } from '../../scripts/demo/peers';
+import { type Listening, demoCaFile, startStarttlsPeer, startStrippingProxy } from '../../scripts/demo/peers';
 import { buildBundle } from '../helpers/bundle';
 import { freeLoopbackPorts } from '../helpers/ports';
 
@@ -37,14 +37,13 @@ describe('smtp-probe command line (built bundle)', () => {
   let stripped: Listening;
   let closedPort: number;
   const dir = mkdtempSync(join(tmpdir(), 'smtp-probe-cli-'));
-  const caFile = join(dir, 'ca.crt');
+  const caFile = demoCaFile;
 
   before(async () => {
     bundle = await buildBundle();
     peer = await startStarttlsPeer();
     stripped = await startStrippingProxy(peer, 'strip');
     [closedPort] = (await freeLoopbackPorts(1)) as [number];
-    writeFileSync(caFile, demoCa);
   });
 
   after(async () => {

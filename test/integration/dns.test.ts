@@ -39,7 +39,7 @@ describe('DNS resolution against dnsmasq', { skip }, () => {
     await peer6?.close();
   });
 
-  const base = { allowPrivate: true, ca: [demoCa], timeoutMs: 10_000 };
+  const base = { allowPrivate: true, ca: [demoCa()], timeoutMs: 10_000 };
 
   test('a host name is resolved (A), timed (ttr) and used as SNI and certificate name', async () => {
     const result = await measure({ ...base, target: 'mx.demo.test', port: peer4.port, resolver: dns.server });
