@@ -4,6 +4,7 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { runAgentCommand } from './agent/command';
 import { measure } from './measure/driver';
 import type { MeasureOptions } from './measure/options';
 import { isHeloArgument, isHostName } from './names';
@@ -18,6 +19,7 @@ usage: smtp-probe <command> [options]
 
 commands:
   measure   measure one mail server, or a list of them
+  agent     run the probe agent: take measurement requests over MQTT, publish results
   help      this text
 
 Run 'smtp-probe <command> --help' for a command's options.`;
@@ -229,6 +231,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'measure':
         return await runMeasure(rest);
+      case 'agent':
+        return await runAgentCommand(rest);
       case 'help':
       case '--help':
       case '-h':
