@@ -2,14 +2,26 @@
 // shebang, and a size report of the biggest inputs so growth shows up at build time.
 // Run with `npm run build` (tsx build.config.ts).
 
-import { build, type BuildOptions } from 'esbuild';
-import { chmodSync, statSync } from 'node:fs';
+import { build, type BuildOptions, type Plugin } from 'esbuild';
+import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = __dirname;
 const empty = join(root, 'scripts', 'build', 'empty.js');
 
 export const bundleFile = join(root, 'dist', 'smtp-probe.js');
+
+// mqtt.js reads its whole package.json for one field, its version; the bundle carries only that.
+const mqttVersionOnly: Plugin = {
+  name: 'mqtt-version-only',
+  setup(plugin) {
+    plugin.onResolve({ filter: /package\.json$/ }, (args) => (args.resolveDir.includes(join('node_modules', 'mqtt', 'build')) ? { path: join(args.resolveDir, args.path), namespace: 'mqtt-version' } : undefined));
+    plugin.onLoad({ filter: /.*/, namespace: 'mqtt-version' }, (args) => {
+      const { version } = JSON.parse(readFileSync(args.path, 'utf8')) as { version: string };
+      return { contents: JSON.stringify({ version }), loader: 'json' };
+    });
+  },
+};
 
 export const bundleOptions: BuildOptions = {
   entryPoints: [join(root, 'firmware', 'cli.ts')],
@@ -24,8 +36,20 @@ export const bundleOptions: BuildOptions = {
   metafile: true,
   logLevel: 'warning',
   // The probe speaks MQTT over node:net and node:tls only: the WebSocket, SOCKS and browser
-  // timer code that mqtt.js pulls in is replaced by an empty module.
-  alias: { ws: empty, socks: empty, 'worker-timers': empty },
+  // timer code that mqtt.js pulls in is replaced by an empty module, the browser copies of
+  // Node's streams and string decoder by Node's own, the debug logger by a silent one and
+  // lru-cache by the few lines mqtt.js needs of it.
+  alias: {
+    ws: empty,
+    socks: empty,
+    'worker-timers': empty,
+    'readable-stream': join(root, 'scripts', 'build', 'readable-stream.js'),
+    string_decoder: 'node:string_decoder',
+    debug: join(root, 'scripts', 'build', 'debug.js'),
+    'lru-cache': join(root, 'scripts', 'build', 'lru-cache.js'),
+    'process-nextick-args': join(root, 'scripts', 'build', 'process-nextick-args.js'),
+  },
+  plugins: [mqttVersionOnly],
 };
 
 async function main(): Promise<void> {
