@@ -15,8 +15,10 @@ export const topics = {
   resultAck: (probeId: string) => `${TOPIC_ROOT}/${probeId}/result-ack`,
   /** what controllers subscribe to, sharing the load (MQTT 5 shared subscriptions) */
   sharedResults: (group: string) => `$share/${group}/${TOPIC_ROOT}/+/result/+`,
-  sharedAcks: (group: string) => `$share/${group}/${TOPIC_ROOT}/+/ack/+`,
   allStatus: () => `${TOPIC_ROOT}/+/status`,
+  /** acks go to every controller: the one that sent the request must see it */
+  allAcks: () => `${TOPIC_ROOT}/+/ack/+`,
+  allResults: () => `${TOPIC_ROOT}/+/result/+`,
 };
 
 /**

@@ -210,8 +210,8 @@ export class Controller extends EventEmitter {
 
   private async subscribe(): Promise<void> {
     const group = this.options.shareGroup ?? (this.options.protocolVersion === 4 ? false : DEFAULT_SHARE_GROUP);
-    const resultFilter = group === false ? `${TOPIC_ROOT}/+/result/+` : topics.sharedResults(group);
-    const filters = [topics.allStatus(), `${TOPIC_ROOT}/+/ack/+`, resultFilter];
+    const resultFilter = group === false ? topics.allResults() : topics.sharedResults(group);
+    const filters = [topics.allStatus(), topics.allAcks(), resultFilter];
     const granted = await this.client.subscribeAsync(Object.fromEntries(filters.map((topic) => [topic, { qos: 1 as const }])));
     const refused = granted.filter((grant) => grant.qos !== 0 && grant.qos !== 1);
     if (refused.length > 0) throw new ControllerError('subscribe-refused', `broker refused ${refused.map((grant) => grant.topic).join(', ')}`);
