@@ -274,10 +274,10 @@ export class Agent {
   private async onCommand(reqId: string, payload: Buffer): Promise<void> {
     const digest = payloadDigest(payload);
     const ack = await this.decide(reqId, payload, digest);
-    if (!ack.accepted) this.deps.log('request-rejected', { req_id: ack.req_id, reason: ack.reason });
+    if (!ack.accepted) this.deps.log('request-rejected', { req_id: ack.req_id.slice(0, 64), reason: ack.reason });
     this.link
       .publish(topics.ack(this.config.probeId, reqId), JSON.stringify(ack))
-      .catch((error: unknown) => this.deps.log('ack-publish-failed', { req_id: ack.req_id, message: String(error).slice(0, 200) }));
+      .catch((error: unknown) => this.deps.log('ack-publish-failed', { req_id: ack.req_id.slice(0, 64), message: String(error).slice(0, 200) }));
   }
 
   /** The answer to one command, in a fixed order of checks; remembers lasting answers. */

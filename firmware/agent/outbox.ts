@@ -106,7 +106,7 @@ export class Outbox {
 
   /**
    * Stores one result durably. Resolves with its entry once it is on disk; resolves undefined
-   * when the payload alone exceeds the byte bound (then it is counted as dropped).
+   * when it cannot fit even in an empty outbox (then it is counted as dropped).
    */
   append(reqId: string, resultId: string, payload: Uint8Array): Promise<OutboxEntry | undefined> {
     return new Promise((resolve, reject) => {

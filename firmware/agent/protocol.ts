@@ -61,6 +61,7 @@ export type RejectReason =
   | 'missing-field'
   | 'invalid-field'
   | 'target-not-allowed'
+  /** a request id seen with other bytes; the same bytes again (a QoS 1 redelivery) get the first ack again */
   | 'duplicate-request'
   | 'unknown-request'
   | 'too-many-requests'
@@ -87,7 +88,8 @@ export interface ProbeStatus {
   eligibility?: unknown;
   outbox?: OutboxStatus;
   heap?: { used: number; limit: number };
-  queue?: { running: number; waiting: number; periodic: number };
+  /** `skipped`: periodic runs not started because the previous run was still pending */
+  queue?: { running: number; waiting: number; periodic: number; skipped?: number };
 }
 
 /** A result as published: the measurement result plus its unique id and request id. */

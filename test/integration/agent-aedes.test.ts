@@ -139,8 +139,12 @@ describe('agent over the embedded broker', () => {
       release = resolve;
     });
     const quick = fakeMeasure(1);
+    // Held until the broker is down; an abort (the agent stopping) lets it go too.
     const gated: MeasureFn = async (options) => {
-      await gate;
+      await new Promise<void>((resolve) => {
+        void gate.then(resolve);
+        options.signal?.addEventListener('abort', () => resolve(), { once: true });
+      });
       return quick(options);
     };
     const flags = ['--max-one-offs', '1000', '--max-concurrent', '100', '--target-burst', '1000', '--cmd-burst', '1000', '--inflight-window', '50'];
@@ -150,16 +154,16 @@ describe('agent over the embedded broker', () => {
 
     const reqIds = Array.from({ length: 1000 }, (_, i) => `m${i}`);
     await Promise.all(reqIds.map((reqId) => controller.send(reqId, SMALLEST)));
-    await waitFor(() => (reqIds.every((reqId) => controller.acks.get(reqId)?.[0]?.accepted) ? true : undefined), '1,000 accepted acks', 60_000);
+    await waitFor(() => (reqIds.every((reqId) => controller.acks.get(reqId)?.[0]?.accepted) ? true : undefined), '1,000 accepted acks', 180_000);
 
     await outageBroker.close();
     brokerNow = undefined;
     release();
-    await waitFor(() => (fixture.agent.status().outbox?.depth === 1000 ? true : undefined), '1,000 results in the outbox', 60_000);
+    await waitFor(() => (fixture.agent.status().outbox?.depth === 1000 ? true : undefined), '1,000 results in the outbox', 120_000);
     assert.equal(controller.results.length, 0);
 
     brokerNow = await startEmbeddedBroker({ port: outageBroker.port });
-    await waitFor(() => (controller.uniqueResults().size === 1000 ? true : undefined), 'every result delivered', 60_000);
+    await waitFor(() => (controller.uniqueResults().size === 1000 ? true : undefined), 'every result delivered', 120_000);
     await waitFor(() => (fixture.agent.status().outbox?.depth === 0 ? true : undefined), 'outbox emptied', 30_000);
     const unique = controller.uniqueResults();
     assert.deepEqual([...new Set([...unique.values()].map((result) => result.req_id))].sort(), [...reqIds].sort());

@@ -96,6 +96,16 @@ describe('outbox', () => {
     assert.equal(outbox.status().dropped, 3);
   });
 
+  test('a batch of appends larger than the bounds keeps its newest and counts the rest', async () => {
+    const outbox = await Outbox.open(freshDir(), { maxBytes: 1_000_000, maxEntries: 4 });
+    const older = await fill(outbox, 2);
+    const made = Array.from({ length: 7 }, () => randomUUID());
+    const stored = await Promise.all(made.map((id, i) => outbox.append(`batch-${i}`, id, Buffer.from(String(i)))));
+    assert.deepEqual(ids(outbox), made.slice(3));
+    assert.deepEqual(stored.map((entry) => entry !== undefined), [false, false, false, true, true, true, true]);
+    assert.equal(outbox.status().dropped, 3 + older.length);
+  });
+
   test('a result larger than the whole outbox is counted as dropped, not stored', async () => {
     const outbox = await Outbox.open(freshDir(), { maxBytes: 50, maxEntries: 10 });
     const kept = await fill(outbox, 2);
