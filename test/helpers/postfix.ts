@@ -27,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { testCerts } from './certs';
 import { freeLoopbackPorts } from './ports';
+import { realPartMissing } from './skip';
 
 export const POSTFIX_HOST = '127.0.0.1';
 /** Postfix's myhostname, the name in its certificate (test/helpers/certs.ts) and the SNI to send. */
@@ -95,9 +96,7 @@ async function findPostfix(): Promise<PostfixPrograms | string> {
 }
 
 function unavailable(reason: string): null {
-  if (process.env.CI === 'true') throw new Error(`Postfix is required in CI and cannot run: ${reason}`);
-  const rule = '*'.repeat(78);
-  process.stderr.write(`\n${rule}\n*** SKIPPED: real-Postfix tests. ${reason}\n*** Install postfix and run as root (as .ci/run does) to run them.\n${rule}\n\n`);
+  realPartMissing('Postfix', `${reason}. Install postfix and run as root (as .ci/run does) to run them.`);
   return null;
 }
 
