@@ -53,6 +53,13 @@ function secureContextFor(extraCa: string[] | undefined): SecureContext {
   return context;
 }
 
+/**
+ * One read buffer for every plaintext socket. Each read is handed to the session at once,
+ * which copies what it keeps, so a flood of 200 connections costs no 64 KiB buffer per read
+ * (memory V8 would collect only after tens of MiB of such garbage).
+ */
+const PLAIN_READ_BUFFER = new Uint8Array(16 * 1024);
+
 interface Target {
   address: string;
   /** the host name whose address this is (the MX host, or the target name) */
@@ -178,7 +185,18 @@ class Measurement {
     const targetName = isIP(this.options.target) ? undefined : host;
     this.hostname = this.options.sni ?? targetName ?? address;
     const started = this.now();
-    const socket = netConnect({ host: address, port: Number(this.result.dst_port), family: this.result.af });
+    const socket = netConnect({
+      host: address,
+      port: Number(this.result.dst_port),
+      family: this.result.af,
+      onread: {
+        buffer: PLAIN_READ_BUFFER,
+        callback: (length: number, buffer: Uint8Array) => {
+          this.onPlainData(buffer.subarray(0, length));
+          return true;
+        },
+      },
+    });
     this.socket = socket;
     socket.setNoDelay(true);
     this.connectTimer = setTimeout(() => this.end('connect-timeout', 'connect', 'connect-timeout'), this.timeouts.connect);
@@ -205,14 +223,14 @@ class Measurement {
       transcript: this.options.transcript ?? false,
     });
     this.session = session;
-    socket.on('data', this.onPlainData);
     socket.on('end', this.onPlainEnd);
     this.apply(session.connected(this.now(), this.options.helo ?? addressLiteral(socket.localAddress ?? '0.0.0.0')));
   }
 
-  private readonly onPlainData = (chunk: Buffer): void => {
-    if (this.session) this.apply(this.session.receive(chunk, this.now()));
-  };
+  private onPlainData(chunk: Uint8Array): void {
+    // Until STARTTLS hands the socket to TLS; after that the TLS layer reads it (RFC 3207 4).
+    if (this.session && !this.tlsSocket) this.apply(this.session.receive(chunk, this.now()));
+  }
 
   private readonly onPlainEnd = (): void => {
     if (this.session && !this.tlsSocket) this.apply(this.session.closed(this.now()));
@@ -247,8 +265,7 @@ class Measurement {
     const socket = this.socket as Socket;
     const session = this.session as SmtpSession;
     // From here on every byte from the server belongs to TLS (RFC 3207 4): the plaintext
-    // reader lets go of the socket before the TLS layer takes it over.
-    socket.removeListener('data', this.onPlainData);
+    // reader (onPlainData) ignores the socket once tlsSocket is set, below.
     socket.removeListener('end', this.onPlainEnd);
     const sni = this.options.sni ?? (this.hostname !== undefined && isIP(this.hostname) === 0 ? this.hostname : undefined);
     const started = this.now();

@@ -137,7 +137,9 @@ export class ReplyParser {
     // After the code: "-" continues, " " or nothing ends. Anything else ends the reply too,
     // with the text taken from right after the code, so a sloppy final line never stalls us.
     const textStart = separator === HYPHEN || separator === SPACE ? 4 : 3;
-    this.lines.push({ raw: printable(line), text: printable(line, Math.min(textStart, line.length)), at: now });
+    // The code and separator are plain ASCII, one character each, so the text is a suffix of raw.
+    const raw = printable(line);
+    this.lines.push({ raw, text: raw.slice(Math.min(textStart, line.length)), at: now });
     if (separator === HYPHEN) return null;
     const reply: ParsedReply = { code, lines: this.lines, bareLf: this.bareLf };
     const enhanced = ENHANCED.exec(this.lines[0]?.text ?? '');
