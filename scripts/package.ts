@@ -26,7 +26,7 @@ import { type AgentBudget, deriveBudget, readMeasuredCosts } from './package/bud
 
 const ROOT = join(__dirname, '..');
 const SOURCES = join(__dirname, 'package');
-export const PACKAGE_NAME = 'smtp-probe';
+const PACKAGE_NAME = 'smtp-probe';
 /** Debian probes keep the outbox here (systemd StateDirectory=smtp-probe). */
 const DATA_DIR = '/var/lib/smtp-probe';
 const CONFIG_FILE = '/etc/smtp-probe/config.json';
@@ -58,7 +58,7 @@ function treeBytes(dir: string): number {
 }
 
 /** The default agent config: where the outbox lives and the budget's limits. */
-export function defaultConfig(budget: AgentBudget): Record<string, string | number> {
+function defaultConfig(budget: AgentBudget): Record<string, string | number> {
   return { data: DATA_DIR, ...budget.config };
 }
 

@@ -18,7 +18,7 @@
 // Prints a table per file and a final "N passed, N failed" line; exits 1 on any failure.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ArmArch, parseArches } from './arm/arch';
@@ -29,6 +29,8 @@ import { NODE_COMMAND_VARIABLE, SLOWDOWN_VARIABLE } from '../test/helpers/node-c
 const ROOT = join(__dirname, '..');
 const COMPILED = join(ARM_CACHE, 'compiled');
 const LOGS = join(ARM_CACHE, 'logs');
+/** Seconds each file took last time, so the longest start first and the run ends sooner. */
+const DURATIONS = join(ARM_CACHE, 'durations.json');
 const SUITE_DIRS = ['test/unit', 'test/integration'];
 const END_TO_END_DIR = 'test/arm';
 /**
@@ -98,6 +100,16 @@ function failureExcerpt(output: string): string {
   });
   const chosen = excerpt.length > 0 ? excerpt : lines.slice(-FAILURE_LINES);
   return chosen.slice(0, FAILURE_LINES).join('\n');
+}
+
+const durationKey = (job: Job): string => `${job.arch} ${job.name}`;
+
+function readDurations(): Record<string, number> {
+  try {
+    return JSON.parse(readFileSync(DURATIONS, 'utf8')) as Record<string, number>;
+  } catch {
+    return {};
+  }
 }
 
 function logFile(job: Job): string {
@@ -208,6 +220,12 @@ async function main(): Promise<number> {
     }
   }
 
+  // Longest first (files not seen before count as long): with few workers, a long file started
+  // last would leave the others idle at the end.
+  const durations = readDurations();
+  const expected = (job: Job): number => durations[durationKey(job)] ?? Number.MAX_SAFE_INTEGER;
+  list.sort((a, b) => Math.sign(expected(b) - expected(a)));
+
   const esbuild = esbuildBinary();
   const outcomes = await runAll(list, jobs, (job) => ({
     ...process.env,
@@ -217,18 +235,21 @@ async function main(): Promise<number> {
     ESBUILD_BINARY_PATH: esbuild,
   }));
 
-  const total = (key: 'passed' | 'failed' | 'skipped'): number => outcomes.reduce((sum, outcome) => sum + outcome[key], 0);
-  const failedFiles = outcomes.filter((outcome) => outcome.failed > 0);
+  writeFileSync(DURATIONS, JSON.stringify({ ...durations, ...Object.fromEntries(outcomes.map((outcome) => [durationKey(outcome.job), Math.round(outcome.seconds)])) }, null, 2) + '\n');
+  const counts = (some: Outcome[]): string => {
+    const sum = (key: 'passed' | 'failed' | 'skipped'): number => some.reduce((acc, outcome) => acc + outcome[key], 0);
+    return `${sum('passed')} passed, ${sum('failed')} failed, ${sum('skipped')} skipped`;
+  };
   console.log('');
   for (const arch of arches) {
     const mine = outcomes.filter((outcome) => outcome.job.arch === arch);
-    const sum = (key: 'passed' | 'failed' | 'skipped'): number => mine.reduce((acc, outcome) => acc + outcome[key], 0);
-    console.log(`${arch}: ${sum('passed')} passed, ${sum('failed')} failed, ${sum('skipped')} skipped in ${mine.length} files`);
+    console.log(`${arch}: ${counts(mine)} in ${mine.length} files`);
   }
+  const failedFiles = outcomes.filter((outcome) => outcome.failed > 0);
   for (const outcome of failedFiles) console.log(`failed: ${outcome.job.arch} ${outcome.job.name} (exit ${outcome.exit}; log ${relative(ROOT, logFile(outcome.job))})`);
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
-  console.log(`test:arm ${arches.join('+')}: ${total('passed')} passed, ${total('failed')} failed, ${total('skipped')} skipped (${minutes} min)`);
-  return total('failed') > 0 || outcomes.length === 0 ? 1 : 0;
+  console.log(`test:arm ${arches.join('+')}: ${counts(outcomes)} (${minutes} min)`);
+  return failedFiles.length > 0 || outcomes.length === 0 ? 1 : 0;
 }
 
 main().then(

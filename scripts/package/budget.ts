@@ -15,8 +15,9 @@
 //
 //   live = idle agent + running measurements + held requests + outbox index + in-flight results
 //
-// The idle heap and the heap one running measurement adds are measured on Debian's armhf
-// Node 18 by `npm run footprint` and kept in footprint.json; the other costs are bounds from
+// The idle heap and the heap one running measurement adds are measured on Debian's Node 18 on
+// armhf and arm64 (the larger of the two: arm64's 64-bit heap) by `npm run footprint` and kept
+// in footprint.json; the other costs are bounds from
 // the agent's own limits (payload size, result size). The share of the live target each part
 // may use is a policy choice, stated below.
 
@@ -61,9 +62,9 @@ const CAPS = {
 
 /** What footprint.json must hold for the derivation (written by `npm run footprint`). */
 export interface MeasuredCosts {
-  /** heap used by the loaded firmware at rest, armhf Node 18, MiB */
+  /** heap used by the agent at rest (connected, no work), Node 18 on ARM (the larger of armhf and arm64), MiB */
   idleHeapMiB: number;
-  /** heap one more running measurement adds, armhf Node 18, KiB */
+  /** heap one more running measurement adds to the agent, Node 18 on ARM (the larger), KiB */
   perMeasurementKiB: number;
   /** what Node needs beyond its V8 heap (code, ICU, OpenSSL, buffers) when busy, natively, MiB */
   nativeOverheadMiB: number;
@@ -111,9 +112,13 @@ function roundDown(value: number): number {
   return Math.floor(value / step) * step;
 }
 
+/** The V8 flags that hold the heap to `heapBudgetMiB`: old space plus the young generation. */
+export function nodeFlags(heapBudgetMiB: number = PROBE_MODEL.heapBudgetMiB): string[] {
+  const oldSpaceMiB = heapBudgetMiB - SEMI_SPACE_MIB * SEMI_SPACES_PER_YOUNG_GENERATION;
+  return [`--max-old-space-size=${oldSpaceMiB}`, `--max-semi-space-size=${SEMI_SPACE_MIB}`];
+}
+
 export function deriveBudget(costs: MeasuredCosts, heapBudgetMiB: number = PROBE_MODEL.heapBudgetMiB): AgentBudget {
-  const youngMiB = SEMI_SPACE_MIB * SEMI_SPACES_PER_YOUNG_GENERATION;
-  const oldSpaceMiB = heapBudgetMiB - youngMiB;
   const liveTargetMiB = heapBudgetMiB * LIVE_SHARE;
   const spareKiB = Math.max(0, liveTargetMiB - costs.idleHeapMiB) * 1024;
   const fit = (share: number, eachKiB: number, cap: number): number => roundDown(Math.min(cap, (spareKiB * share) / eachKiB));
@@ -134,7 +139,7 @@ export function deriveBudget(costs: MeasuredCosts, heapBudgetMiB: number = PROBE
 
   return {
     heapBudgetMiB,
-    nodeFlags: [`--max-old-space-size=${oldSpaceMiB}`, `--max-semi-space-size=${SEMI_SPACE_MIB}`],
+    nodeFlags: nodeFlags(heapBudgetMiB),
     config: {
       heap_limit_mb: heapBudgetMiB,
       max_concurrent: maxConcurrent,

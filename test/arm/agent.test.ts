@@ -61,7 +61,7 @@ describe('the packaged agent on the device Node', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('comes online with the packaged limits, started with the V8 flags of the budget', async () => {
+  test('comes online with the packaged limits, started with the V8 flags of the budget', async (t) => {
     const online = controller.waitForProbes([PROBE_ID], DEADLINE_MS);
     // An agent that exits instead (bad usage, a crash) fails this at once, with its log.
     const quit = exited.then((code) => Promise.reject(new Error(`the agent exited (${code}) before coming online:\n${log}`)));
@@ -70,6 +70,7 @@ describe('the packaged agent on the device Node', () => {
     assert.equal(status?.heap?.limit, budget.config.heap_limit_mb * MIB, JSON.stringify(status));
     // The launcher exec'd Node (or the emulator running it) in its own place: its command line.
     const commandLine = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
+    t.diagnostic(`agent process: ${commandLine.join(' ')}`);
     for (const flag of budget.nodeFlags) assert.ok(commandLine.includes(flag), `${flag} in ${commandLine.join(' ')}`);
   });
 

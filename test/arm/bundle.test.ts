@@ -15,7 +15,7 @@ import type { Finding, SmtpResult } from '../../firmware/result';
 import { type Listening, startStrippingProxy } from '../../scripts/demo/peers';
 import { buildBundle } from '../helpers/bundle';
 import { testCerts } from '../helpers/certs';
-import { slowdown, spawnNode } from '../helpers/node-command';
+import { type ChildOutput, childOutput, slowdown, spawnNode } from '../helpers/node-command';
 import { type ScriptedPeer, closedPort, expect, reply, send, startPeer, starttlsConversation, untilStarttls } from '../helpers/peers';
 import { BLOCKLIST_REJECT_TEXT, POSTFIX_HOSTNAME, type PostfixInstance, startPostfix } from '../helpers/postfix';
 
@@ -25,26 +25,8 @@ const TIMEOUT_MS = 5_000 * slowdown();
 const RUN_LIMIT_MS = 30_000 * slowdown();
 const certs = testCerts();
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runBundle(bundle: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawnNode([bundle, ...args]);
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), RUN_LIMIT_MS);
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function runBundle(bundle: string, args: string[]): Promise<ChildOutput> {
+  return childOutput(spawnNode([bundle, ...args]), RUN_LIMIT_MS);
 }
 
 function sentByProbe(result: SmtpResult): string[] {

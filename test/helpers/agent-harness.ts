@@ -11,11 +11,12 @@ import type { LogFields } from '../../firmware/agent/log';
 import { type Ack, type ProbeStatus, type PublishedResult, topics } from '../../firmware/agent/protocol';
 import { isAllowedAddress } from '../../firmware/measure/address';
 import { fakeMeasure } from './agent-fake-measure';
+import { slowdown } from './node-command';
 
 const POLL_MS = 10;
 
 /** Polls `check` until it returns something other than undefined; stops polling at the deadline. */
-export function waitFor<T>(check: () => T | undefined, what: string, ms = 10_000): Promise<T> {
+export function waitFor<T>(check: () => T | undefined, what: string, ms = 10_000 * slowdown()): Promise<T> {
   const deadline = Date.now() + ms;
   return new Promise<T>((resolve, reject) => {
     const poll = (): void => {

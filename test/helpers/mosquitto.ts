@@ -16,6 +16,7 @@ import { type FleetCerts, makeFleetCerts } from '../../scripts/mosquitto/certs';
 import { buildBundle } from './bundle';
 import { freeLoopbackPorts } from './ports';
 import { realPartMissing } from './skip';
+import { slowdown, spawnNode } from './node-command';
 
 export const MOSQUITTO = '/usr/sbin/mosquitto';
 const SHIPPED = join(__dirname, '..', '..', 'scripts', 'mosquitto');
@@ -156,7 +157,7 @@ export async function startMosquitto(identities: string[], options: { aclFile?: 
  * Rejects with "timed out waiting for WHAT" unless `promise` settles within `ms`; `what` may be
  * a function, read at the timeout (e.g. to include a child's log as it is then).
  */
-export function within<T>(promise: Promise<T>, what: string | (() => string), ms = 10_000): Promise<T> {
+export function within<T>(promise: Promise<T>, what: string | (() => string), ms = 10_000 * slowdown()): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`)), ms);
@@ -165,7 +166,7 @@ export function within<T>(promise: Promise<T>, what: string | (() => string), ms
 }
 
 /** Resolves once `condition()` holds (polled), or rejects like `within` after `ms`. */
-export function until(condition: () => boolean, what: string | (() => string), ms = 10_000): Promise<void> {
+export function until(condition: () => boolean, what: string | (() => string), ms = 10_000 * slowdown()): Promise<void> {
   let poll: NodeJS.Timeout | undefined;
   const met = new Promise<void>((resolve) => {
     const check = (): void => {
@@ -267,12 +268,13 @@ export interface AgentProcess {
 }
 
 /**
- * Runs `smtp-probe agent ARGS` from the built bundle (what ships), with the process's own
- * Node. The caller passes --broker, --id, --data and the rest.
+ * Runs `smtp-probe agent ARGS` from the built bundle (what ships), with the Node the harness
+ * names (test/helpers/node-command.ts). The caller passes --broker, --id, --data and the rest.
  */
 export async function startAgentProcess(args: string[]): Promise<AgentProcess> {
   const bundle = await buildBundle();
-  const child = spawn(process.execPath, [bundle, 'agent', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawnNode([bundle, 'agent', ...args]);
+  child.stdout.resume();
   let log = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (text: string) => {

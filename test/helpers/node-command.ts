@@ -11,6 +11,7 @@
 // rather than fail for want of CPU. They stay functional bounds, never performance targets.
 
 import { type ChildProcessWithoutNullStreams, type SpawnOptionsWithoutStdio, spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 
 export const NODE_COMMAND_VARIABLE = 'SMTP_PROBE_NODE';
 export const SLOWDOWN_VARIABLE = 'SMTP_PROBE_SLOWDOWN';
@@ -38,4 +39,32 @@ export function spawnNode(args: readonly string[], options: Omit<SpawnOptionsWit
 export function slowdown(): number {
   const configured = Number(process.env[SLOWDOWN_VARIABLE] ?? '1');
   return Number.isFinite(configured) && configured >= 1 ? configured : 1;
+}
+
+export interface ChildOutput {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** from this call (right after the spawn) to the end */
+  ms: number;
+}
+
+/** Collects a child's stdout and stderr until it ends; SIGKILL once `limitMs` have passed. */
+export function childOutput(child: ChildProcessWithoutNullStreams, limitMs: number): Promise<ChildOutput> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: performance.now() - started });
+    });
+  });
 }

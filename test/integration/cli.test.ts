@@ -2,7 +2,6 @@
 // a list of targets, the readable summary.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,26 +9,17 @@ import { after, before, describe, test } from 'node:test';
 import type { SmtpResult } from '../../firmware/result';
 import { type Listening, demoCaFile, startStarttlsPeer, startStrippingProxy } from '../../scripts/demo/peers';
 import { buildBundle } from '../helpers/bundle';
+import { type ChildOutput, childOutput, slowdown, spawnNode } from '../helpers/node-command';
 import { freeLoopbackPorts } from '../helpers/ports';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let bundle: string;
 
-function run(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+// Functional bound on one command (a measurement with a 5 s deadline, or a list of them),
+// scaled for slower runtimes (ARM under emulation); never a performance target.
+const RUN_LIMIT_MS = 60_000 * slowdown();
+
+function run(args: string[]): Promise<ChildOutput> {
+  return childOutput(spawnNode([bundle, ...args]), RUN_LIMIT_MS);
 }
 
 describe('smtp-probe command line (built bundle)', () => {

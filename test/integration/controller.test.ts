@@ -16,8 +16,9 @@ import { type AgentProcess, FakeProbe, outboxEmpty, startAgentProcess, until, wi
 import { type ScriptedPeer, startPeer, starttlsConversation } from '../helpers/peers';
 import { freeLoopbackPorts } from '../helpers/ports';
 import { BoundedIdSet, Controller, type EmbeddedBroker, type Refusal, ResultStore, STRIPPED_MARK, type StoredRecord, buildTable, renderTable, startEmbeddedBroker } from '../../scripts/controller';
+import { slowdown } from '../helpers/node-command';
 
-const DEADLINE_MS = 10_000;
+const DEADLINE_MS = 10_000 * slowdown();
 
 function result(probeId: string, reqId: string, resultId: string, fields: Partial<PublishedResult> = {}): PublishedResult {
   const base = newResult({ dst_name: 'mx.test', dst_port: 25, af: 4, mode: 'starttls', timestamp: 1_700_000_000 });

@@ -17,6 +17,7 @@ import { makeFleetCerts } from '../../scripts/mosquitto/certs';
 import { testCerts } from '../helpers/certs';
 import { FakeProbe, type Mosquitto, mosquittoSkipReason, outboxEmpty, startAgentProcess, startMosquitto, until, within } from '../helpers/mosquitto';
 import { startPeer, starttlsConversation } from '../helpers/peers';
+import { slowdown } from '../helpers/node-command';
 
 const skip = mosquittoSkipReason();
 const PROBES = ['probe-a', 'probe-b', 'probe-c'];
@@ -222,7 +223,7 @@ describe('Mosquitto with the shipped fleet configuration', { skip }, () => {
     const resultsFile = join(dir, 'e2e.jsonl');
     const controller = await Controller.start({ brokerUrl: broker.url, resultsFile, protocolVersion: 5, ...broker.tls('controller-1') });
     try {
-      await agent.explain(controller.waitForProbes(['probe-b'], 10_000));
+      await agent.explain(controller.waitForProbes(['probe-b'], 10_000 * slowdown()));
       const stored = new Promise<PublishedResult>((resolve) => controller.once('stored', resolve));
       const ack = await controller.request('probe-b', { type: 'smtp', target: '127.0.0.1', port: peer.port, timeout: 5_000 }, 'mosq-e2e');
       assert.deepEqual(ack, { req_id: 'mosq-e2e', accepted: true });
