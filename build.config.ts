@@ -23,6 +23,22 @@ const mqttVersionOnly: Plugin = {
   },
 };
 
+// mqtt.js and mqtt-packet log through `debug`, which the bundle replaces by a silent logger
+// (scripts/build/debug.js), yet their ~170 log calls still carried about 9 KB of message text.
+// Each call becomes a call of Function.prototype (a no-op) annotated as pure, which a minifying
+// build drops with its text; an unminified build just calls the no-op, as the silent logger
+// did. The replacement starts with a name, so semicolon-free sources still parse as before.
+const LOGGING_FILES = /node_modules[\\/](?:mqtt[\\/]build[\\/]lib[\\/].*|mqtt-packet[\\/](?:parser|writeToStream))\.js$/;
+const silentLogCalls: Plugin = {
+  name: 'silent-log-calls',
+  setup(plugin) {
+    plugin.onLoad({ filter: LOGGING_FILES }, (args) => ({
+      contents: readFileSync(args.path, 'utf8').replace(/\b(?:this\.log|client\.log|debug)\(/g, '/* @__PURE__ */ Function.prototype('),
+      loader: 'js',
+    }));
+  },
+};
+
 export const bundleOptions: BuildOptions = {
   entryPoints: [join(root, 'firmware', 'cli.ts')],
   outfile: bundleFile,
@@ -49,7 +65,7 @@ export const bundleOptions: BuildOptions = {
     'lru-cache': join(root, 'scripts', 'build', 'lru-cache.js'),
     'process-nextick-args': join(root, 'scripts', 'build', 'process-nextick-args.js'),
   },
-  plugins: [mqttVersionOnly],
+  plugins: [mqttVersionOnly, silentLogCalls],
 };
 
 async function main(): Promise<void> {

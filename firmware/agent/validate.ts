@@ -5,6 +5,7 @@
 
 import { isIP } from 'node:net';
 import type { MeasurementRequest, RejectReason, StopRequest } from './protocol';
+import { isHeloArgument, isHostName } from '../names';
 
 /** Request ids are one topic level and part of outbox file names: a small safe alphabet. */
 export const REQUEST_ID_SOURCE = '[A-Za-z0-9_.-]{1,64}';
@@ -78,20 +79,6 @@ function parseJsonObject(payload: Uint8Array, maxBytes: number): Validated<Recor
   return { ok: true, value: value as Record<string, unknown> };
 }
 
-// RFC 1123 2.1 host names: LDH labels of 1..63, 253 characters in all, an optional final dot.
-const HOST_NAME = /^(?=.{1,253}\.?$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$/;
-// RFC 5321 4.1.3 address literals, as an EHLO argument: [192.0.2.1] or [IPv6:2001:db8::1].
-const ADDRESS_LITERAL = /^\[(?:IPv6:)?[0-9A-Fa-f:.]{2,45}\]$/;
-
-// What inet_aton(3) would read as an IPv4 address ("127.1", "0x7f000001"): getaddrinfo turns
-// such "names" into addresses without DNS, so they are addresses in disguise (RFC 3696 2: a
-// top-level label is never all-numeric).
-const NUMERIC_HOST = /^(?:0x[0-9a-f]*|\d+)(?:\.(?:0x[0-9a-f]*|\d+)){0,3}\.?$/i;
-
-export function isHostName(text: string): boolean {
-  return HOST_NAME.test(text) && !NUMERIC_HOST.test(text);
-}
-
 /** RFC 6761 6.3: localhost names resolve to loopback, so they are private targets. */
 function isLocalhostName(name: string): boolean {
   const lower = name.toLowerCase().replace(/\.$/, '');
@@ -116,8 +103,8 @@ const isBoolean: FieldCheck = (value, field) => (typeof value === 'boolean' ? un
 const isHostNameField: FieldCheck = (value, field) =>
   typeof value === 'string' && isHostName(value) ? undefined : reject('invalid-field', `${field} must be a host name`);
 
-const isHeloArgument: FieldCheck = (value, field) =>
-  typeof value === 'string' && (isHostName(value) || ADDRESS_LITERAL.test(value))
+const isHeloField: FieldCheck = (value, field) =>
+  typeof value === 'string' && isHeloArgument(value)
     ? undefined
     : reject('invalid-field', `${field} must be a host name or an address literal such as [192.0.2.1]`);
 
@@ -134,7 +121,7 @@ function measurementChecks(limits: RequestLimits): Record<Exclude<keyof Measurem
     mx: isBoolean,
     mode: oneOf('starttls', 'implicit-tls', 'plain'),
     sni: isHostNameField,
-    helo: isHeloArgument,
+    helo: isHeloField,
     timeout: integerIn(limits.minTimeoutMs, limits.maxTimeoutMs, ' ms'),
     transcript: isBoolean,
     msm_id: integerIn(0, MAX_UINT32),

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isAllowedAddress } from '../../firmware/measure/address';
 import type { RejectReason } from '../../firmware/agent/protocol';
-import { DEFAULT_REQUEST_LIMITS, isHostName, parseCommand, parseResultAck, quote, validateRequestId, type ValidationContext } from '../../firmware/agent/validate';
+import { isHostName } from '../../firmware/names';
+import { DEFAULT_REQUEST_LIMITS, parseCommand, parseResultAck, quote, validateRequestId, type ValidationContext } from '../../firmware/agent/validate';
 
 const NOW = 1_800_000_000;
 const context: ValidationContext = { limits: DEFAULT_REQUEST_LIMITS, allowPrivate: false, isAllowedAddress, now: NOW };
