@@ -265,8 +265,7 @@ class Measurement {
     const socket = this.socket as Socket;
     const session = this.session as SmtpSession;
     // From here on every byte from the server belongs to TLS (RFC 3207 4): the plaintext
-    // reader (onPlainData) ignores the socket once tlsSocket is set, below.
-    socket.removeListener('end', this.onPlainEnd);
+    // handlers (onPlainData, onPlainEnd) ignore the socket once tlsSocket is set, below.
     const sni = this.options.sni ?? (this.hostname !== undefined && isIP(this.hostname) === 0 ? this.hostname : undefined);
     const started = this.now();
     this.tlsPending = true;
